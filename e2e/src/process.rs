@@ -76,6 +76,16 @@ pub struct Tracing {
     pub protocol: &'static str,
 }
 
+impl Tracing {
+    /// `OTEL_SDK_DISABLED=true`: for tests about behaviour, not traces.
+    pub fn disabled() -> Self {
+        Self {
+            endpoint: None,
+            protocol: "grpc",
+        }
+    }
+}
+
 /// Starts `binary` with `args` and `env` on a fresh port, and waits for `/readyz`.
 pub async fn start(
     name: &str,

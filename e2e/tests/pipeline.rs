@@ -517,7 +517,7 @@ fn unknown_model_is_refused_at_start_up() {
 /// from the WordNet ids in the file names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_measures_throughput_and_accuracy() {
-    let pipeline = Pipeline::start(&Tracing { endpoint: None, protocol: "grpc" }, &[]).await;
+    let pipeline = Pipeline::start(&Tracing::disabled(), &[]).await;
     let dataset = tempfile::tempdir().expect("tempdir");
     let nested = dataset.path().join("nested");
     std::fs::create_dir(&nested).expect("mkdir");
@@ -533,19 +533,43 @@ async fn loadgen_measures_throughput_and_accuracy() {
     let ds_path = dataset.path().to_string_lossy().into_owned();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(binary("loadgen"))
-            .args(["--url", &url, "--ds-path", &ds_path, "--requests", "12", "--concurrency", "2"])
-            .args(["--output", "json", "--no-progress", "--seed", "7", "--fail-on-error"])
+            .args([
+                "--url",
+                &url,
+                "--ds-path",
+                &ds_path,
+                "--requests",
+                "12",
+                "--concurrency",
+                "2",
+            ])
+            .args([
+                "--output",
+                "json",
+                "--no-progress",
+                "--seed",
+                "7",
+                "--fail-on-error",
+            ])
             .output()
             .expect("run loadgen")
     })
     .await
     .expect("join");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON summary");
     assert_eq!(summary["sent"], 12);
     assert_eq!(summary["ok"], 12);
     assert_eq!(summary["accuracy"]["known"], 12);
     assert_eq!(summary["accuracy"]["correct"], 12, "{summary}");
-    assert!(summary["latency_ms"]["p50"].as_f64().is_some_and(|p50| p50 > 0.0));
+    assert!(
+        summary["latency_ms"]["p50"]
+            .as_f64()
+            .is_some_and(|p50| p50 > 0.0)
+    );
     assert!(summary["throughput_rps"].as_f64().is_some_and(|t| t > 0.0));
 }
