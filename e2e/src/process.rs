@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::required_env;
 
-/// A workspace binary built next to the test executable (`cargo build --workspace --bins`).
+/// A workspace binary built next to the running executable (`cargo build --workspace --bins`).
 pub fn binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = test_exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
+    let exe = std::env::current_exe().expect("executable path");
+    let mut dir = exe.parent().expect("target directory");
+    // Tests live in target/<profile>/deps, binaries in target/<profile>.
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target directory");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

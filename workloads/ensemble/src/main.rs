@@ -1,22 +1,14 @@
 //! `ensemble` binary: configuration, telemetry, serving, orderly shutdown.
 
-use std::process::ExitCode;
-
 use anyhow::Context as _;
 use clap::Parser as _;
 use ensemble::{AppState, Args, DEFAULT_PORT, app, http_client};
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() -> std::process::ExitCode {
     // Invalid flags or environment print clap's explanation and exit with status 2.
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ensemble: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pipeline_common::exit_code("ensemble", run(args).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

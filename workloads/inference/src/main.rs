@@ -1,4 +1,3 @@
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -10,15 +9,9 @@ use pipeline_common::metrics::MetricsBuilder;
 use pipeline_common::server::{Limits, serve};
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("inference: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pipeline_common::exit_code("inference", run(config).await)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

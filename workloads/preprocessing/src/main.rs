@@ -1,5 +1,3 @@
-use std::process::ExitCode;
-
 use anyhow::Context as _;
 use clap::Parser as _;
 use pipeline_common::metrics::MetricsBuilder;
@@ -7,15 +5,9 @@ use pipeline_common::server::serve;
 use preprocessing::{AppState, Config, DEFAULT_PORT, app};
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("preprocessing: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pipeline_common::exit_code("preprocessing", run(config).await)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -376,23 +376,8 @@ mod tests {
             let mut chunk = kind.to_vec();
             chunk.extend_from_slice(data);
             png.extend_from_slice(&chunk);
-            png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+            png.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
         }
         png
-    }
-
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &byte in bytes {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 }
