@@ -166,7 +166,11 @@ pub fn init(default_service_name: &str, log: &LogArgs) -> Result<Telemetry, Tele
             .flatten_event(true)
             .boxed(),
     }
-    .with_filter(env_filter);
+    .with_filter(env_filter)
+    // The SDK logs every failed export; our exporter wrapper already reports them, rate-limited.
+    .with_filter(filter::filter_fn(|meta| {
+        meta.name() != SDK_EXPORT_ERROR_EVENT
+    }));
 
     let provider = if settings.enabled {
         Some(tracer_provider(&settings, span_metrics.clone())?)
@@ -232,6 +236,9 @@ fn tracer_provider(
     global::set_tracer_provider(provider.clone());
     Ok(provider)
 }
+
+/// Name of the event the batch processor emits on each failed export.
+const SDK_EXPORT_ERROR_EVENT: &str = "BatchSpanProcessor.ExportError";
 
 const EXPORT_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 
