@@ -26,7 +26,11 @@ fn check(sample: &str) {
     let rendered =
         render::render(tp, ModeState::Settled).unwrap_or_else(|e| panic!("{sample}: {e}"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden_path, &rendered)
+        // Write then rename: the shape test reads these files concurrently and must never see
+        // a half-written one.
+        let partial = golden_path.with_extension("yaml.partial");
+        std::fs::write(&partial, &rendered)
+            .and_then(|()| std::fs::rename(&partial, &golden_path))
             .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
         return;
     }
