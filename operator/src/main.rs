@@ -3,7 +3,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracedpipeline_operator::render::{self, ModeState, RenderError};
+use tracedpipeline_operator::{
+    render::{self, ModeState, RenderError},
+    run::{RunArgs, RunError},
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "tracedpipeline-operator", version, about)]
@@ -25,6 +28,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ModeStateArg::Settled)]
         mode_state: ModeStateArg,
     },
+    /// Run the operator: reconcile TracedPipelines in the cluster (leader-elected).
+    Run(RunArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -43,10 +48,16 @@ enum CliError {
     },
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
-fn run(cli: Cli) -> Result<String, CliError> {
+async fn run(cli: Cli) -> Result<String, CliError> {
     match cli.command {
+        Command::Run(args) => {
+            tracedpipeline_operator::run::run(args).await?;
+            Ok(String::new())
+        }
         Command::Crd => Ok(render::crd_yaml()?),
         Command::Render { file, mode_state } => {
             let yaml = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
@@ -61,8 +72,9 @@ fn run(cli: Cli) -> Result<String, CliError> {
     }
 }
 
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
