@@ -4,12 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{
-    Router,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
+use axum::Router;
 use pipeline_common::{
     config::LogArgs,
     metrics::{Metrics, MetricsBuilder},
@@ -76,40 +71,7 @@ pub enum RunError {
 
 /// The admin routes: liveness, readiness (leader or ready standby) and metrics. Not traced.
 pub fn admin_router(readiness: Readiness, metrics: Metrics) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = readiness.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.encode();
-                async move {
-                    match text {
-                        Ok(text) => (
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            text,
-                        )
-                            .into_response(),
-                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                    }
-                }
-            }),
-        )
+    pipeline_common::server::probe_router("/livez", readiness, metrics)
 }
 
 /// Runs the operator until SIGTERM/SIGINT (or until it loses the Lease).
@@ -263,7 +225,10 @@ async fn lead_and_reconcile(
 
 #[cfg(test)]
 mod tests {
-    use axum::{body::Body, http::Request};
+    use axum::{
+        body::Body,
+        http::{Request, StatusCode},
+    };
     use tower::ServiceExt as _;
 
     use super::*;

@@ -62,8 +62,14 @@ pub fn service_router(
             limits.request_timeout,
         ))
         .layer(middleware::from_fn_with_state(metrics.clone(), observe));
-    let probes = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    api.merge(probe_router("/healthz", readiness, metrics))
+}
+
+/// Liveness at `liveness_path`, `/readyz` following `readiness`, and `/metrics`: the routes
+/// every process of the product serves (services and operator), never traced.
+pub fn probe_router(liveness_path: &str, readiness: Readiness, metrics: Metrics) -> Router {
+    Router::new()
+        .route(liveness_path, get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
@@ -78,8 +84,7 @@ pub fn service_router(
             }),
         )
         .route("/metrics", get(render_metrics))
-        .with_state(metrics);
-    api.merge(probes)
+        .with_state(metrics)
 }
 
 async fn render_metrics(State(metrics): State<Metrics>) -> Response {
