@@ -272,15 +272,38 @@ async fn report_degraded(tp: &TracedPipeline, error: &Error, ctx: &Context) -> R
     let (Some(namespace), Some(name)) = (tp.namespace(), tp.meta().name.clone()) else {
         return Ok(());
     };
-    let previous = tp.status.as_ref();
-    let new_status = status::degraded_status(previous, tp.meta().generation, error, &status::now());
-    if previous != Some(&new_status) {
-        status::patch_status(&ctx.client, &namespace, &name, &new_status).await?;
+    let reference = tp.object_ref(&());
+    let degradation = Degradation {
+        namespace: &namespace,
+        name: &name,
+        generation: tp.meta().generation,
+        previous: tp.status.as_ref(),
+        reference: &reference,
+    };
+    write_degraded(ctx, degradation, error).await
+}
+
+/// Where a `Degraded` report goes and what it replaces.
+struct Degradation<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    generation: Option<i64>,
+    previous: Option<&'a TracedPipelineStatus>,
+    reference: &'a k8s_openapi::api::core::v1::ObjectReference,
+}
+
+/// Writes the `Degraded` status when it changes and publishes a Warning Event on the
+/// transition only, so an unchanged degradation writes nothing.
+async fn write_degraded(ctx: &Context, target: Degradation<'_>, error: &Error) -> Result<()> {
+    let new_status =
+        status::degraded_status(target.previous, target.generation, error, &status::now());
+    if target.previous != Some(&new_status) {
+        status::patch_status(&ctx.client, target.namespace, target.name, &new_status).await?;
     }
-    if !status::already_degraded(previous, error) {
+    if !status::already_degraded(target.previous, error) {
         publish(
             ctx,
-            &tp.object_ref(&()),
+            target.reference,
             EventType::Warning,
             error.reason(),
             "Reconcile",
@@ -314,32 +337,23 @@ async fn report_invalid_object(
         .map_err(Error::kube("get", "TracedPipeline", name.clone()))?
         .and_then(|o| o.data.get("status").cloned())
         .and_then(|s| serde_json::from_value(s).ok());
-    let new_status =
-        status::degraded_status(previous.as_ref(), meta.generation, error, &status::now());
-    if previous.as_ref() != Some(&new_status) {
-        status::patch_status(&ctx.client, &namespace, &name, &new_status).await?;
-    }
-    if !status::already_degraded(previous.as_ref(), error) {
-        let reference = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(TracedPipeline::api_version(&()).into_owned()),
-            kind: Some(TracedPipeline::kind(&()).into_owned()),
-            name: Some(name),
-            namespace: Some(namespace),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
-            field_path: None,
-        };
-        publish(
-            ctx,
-            &reference,
-            EventType::Warning,
-            error.reason(),
-            "Reconcile",
-            error.full_message(),
-        )
-        .await;
-    }
-    Ok(())
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(TracedPipeline::api_version(&()).into_owned()),
+        kind: Some(TracedPipeline::kind(&()).into_owned()),
+        name: Some(name.clone()),
+        namespace: Some(namespace.clone()),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        field_path: None,
+    };
+    let degradation = Degradation {
+        namespace: &namespace,
+        name: &name,
+        generation: meta.generation,
+        previous: previous.as_ref(),
+        reference: &reference,
+    };
+    write_degraded(ctx, degradation, error).await
 }
 
 /// Fails with an install hint unless the TracedPipeline CRD is served.
