@@ -22,6 +22,8 @@ build: ## build every binary
 
 test: models ## run every test: unit, handler, and the four services as processes with the real models
 	export ORT_DYLIB_PATH="$$(hack/onnxruntime.sh)"; \
+	export JAEGER_BIN="$$(hack/tools.sh jaeger)"; \
+	export OTELCOL_BIN="$$(hack/tools.sh otelcol)"; \
 	$(CARGO) build --workspace --bins --locked; \
 	$(CARGO) test --workspace --locked
 

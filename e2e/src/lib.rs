@@ -1,7 +1,9 @@
 //! Harness for tests that run the TracedPipeline services as real processes on loopback, wired
 //! by environment exactly as the operator wires pods, with an in-test OTLP receiver (HTTP and
-//! gRPC) standing in for the tracing backend.
+//! gRPC) standing in for the tracing backend, or the real Jaeger and OpenTelemetry Collector
+//! configured as the operator renders them.
 
+pub mod backends;
 pub mod otlp;
 pub mod process;
 

@@ -1,5 +1,6 @@
 //! The services as child processes, wired by environment like the operator's pods.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -155,6 +156,10 @@ async fn wait_ready(service: &mut Service) {
     }
 }
 
+/// Extra environment per service process (`preprocessing`, `ensemble`, `mobilenetv2`,
+/// `efficientnetb0`), applied last so it overrides the defaults and [`Tracing`].
+pub type ServiceEnv = BTreeMap<String, Vec<(String, String)>>;
+
 /// The four services: preprocessing → ensemble → {mobilenetv2, efficientnetb0}.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -167,16 +172,36 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the real services with the real models (`MODELS_DIR`, `ORT_DYLIB_PATH`).
     pub async fn start(tracing: &Tracing, extra_preprocessing_env: &[(&str, String)]) -> Self {
+        Self::start_with_env(tracing, extra_preprocessing_env, &ServiceEnv::new()).await
+    }
+
+    /// [`Self::start`] with `service_env` added to each service's environment (e.g. the
+    /// operator's `OTEL_*` wiring).
+    pub async fn start_with_env(
+        tracing: &Tracing,
+        extra_preprocessing_env: &[(&str, String)],
+        service_env: &ServiceEnv,
+    ) -> Self {
+        let extra = |name: &str| {
+            service_env
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect::<Vec<_>>()
+        };
         let models_dir = required_env("MODELS_DIR", "directory with the ONNX models");
         let runtime = required_env("ORT_DYLIB_PATH", "path of libonnxruntime.so");
         let inference_env = |model: &str| {
-            vec![
+            let mut env = vec![
                 ("MODEL", model.to_owned()),
                 ("MODELS_DIR", models_dir.clone()),
                 ("ORT_DYLIB_PATH", runtime.clone()),
                 // Two models share two cores here, as they would share a node.
                 ("INTRA_OP_THREADS", "1".to_owned()),
-            ]
+            ];
+            env.extend(extra(model));
+            env
         };
         let (mobilenet_env, efficientnet_env) = (
             inference_env("mobilenetv2"),
@@ -197,19 +222,15 @@ impl Pipeline {
             mobilenetv2.url("/inference"),
             efficientnetb0.url("/inference")
         );
-        let ensemble = start(
-            "ensemble",
-            "ensemble",
-            &[],
-            &[
-                ("ENSEMBLE_MODELS", models),
-                ("MODEL_TIMEOUT", "10s".to_owned()),
-            ],
-            tracing,
-        )
-        .await;
+        let mut ensemble_env = vec![
+            ("ENSEMBLE_MODELS", models),
+            ("MODEL_TIMEOUT", "10s".to_owned()),
+        ];
+        ensemble_env.extend(extra("ensemble"));
+        let ensemble = start("ensemble", "ensemble", &[], &ensemble_env, tracing).await;
         let mut env = vec![("ENSEMBLE_URL", ensemble.url("/ensemble_service"))];
         env.extend(extra_preprocessing_env.iter().cloned());
+        env.extend(extra("preprocessing"));
         let preprocessing = start("preprocessing", "preprocessing", &[], &env, tracing).await;
         Self {
             preprocessing,

@@ -23,6 +23,8 @@ const CONFIG_DIR: &str = "/etc/jaeger";
 const CONFIG_FILE: &str = "config.yaml";
 /// Jaeger UI and HTTP APIs (including api_v3).
 pub const UI_PORT: i32 = 16686;
+/// Jaeger's query API over gRPC (api_v2/api_v3).
+pub const QUERY_GRPC_PORT: i32 = 16685;
 /// Health check v2 extension (`/status`).
 pub const HEALTH_PORT: i32 = 13133;
 const STORE: &str = "memstore";
@@ -49,7 +51,7 @@ pub(crate) fn config(max_traces: i64) -> Result<String, BuildError> {
             "jaeger_query": {
                 "storage": {"traces": STORE},
                 "http": {"endpoint": format!("0.0.0.0:{UI_PORT}")},
-                "grpc": {"endpoint": "0.0.0.0:16685"},
+                "grpc": {"endpoint": format!("0.0.0.0:{QUERY_GRPC_PORT}")},
             },
             "jaeger_storage": {
                 "backends": {STORE: {"memory": {"max_traces": max_traces}}},
@@ -91,6 +93,8 @@ pub(crate) fn build(ctx: &Context<'_>) -> Result<Workload, BuildError> {
             common::container_port("otlp-grpc", OTLP_GRPC_PORT),
             common::container_port("otlp-http", OTLP_HTTP_PORT),
             common::container_port("ui", UI_PORT),
+            // jaeger_query listens here too; declare every listener the config opens.
+            common::container_port("query-grpc", QUERY_GRPC_PORT),
             common::container_port("health", HEALTH_PORT),
         ]),
         // In-memory traces: the memory limit bounds maxTraces in practice.
