@@ -6,7 +6,7 @@ IMAGE_TAG ?= 0.1.0
 IMAGES := preprocessing ensemble inference loadgen
 CARGO ?= cargo
 
-.PHONY: help models onnxruntime build test lint lint-helm generate check-generated run-local bench images kind-load
+.PHONY: help models onnxruntime tools build test lint lint-helm validate-manifests generate check-generated run-local bench images kind-load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,13 +17,23 @@ models: ## copy (or download) the ONNX models into $(MODELS_DIR), checking sha25
 onnxruntime: ## install the ONNX Runtime shared library (PyPI wheel) into ~/.cache/tracedpipeline
 	hack/onnxruntime.sh
 
+tools: ## build (once, cached) every pinned Go tool: helm, kubeconform, Jaeger, the collector, etcd, Kubernetes
+	hack/tools.sh --all
+
 build: ## build every binary
 	$(CARGO) build --workspace --bins --locked
 
-test: models ## run every test: unit, handler, and the four services as processes with the real models
-	export ORT_DYLIB_PATH="$$(hack/onnxruntime.sh)"; \
-	export JAEGER_BIN="$$(hack/tools.sh jaeger)"; \
-	export OTELCOL_BIN="$$(hack/tools.sh otelcol)"; \
+# The real components tests start: Jaeger, the collector, helm, and a Kubernetes control plane.
+# Each is exported as <TOOL>_BIN; `path=$$(...)` is a plain assignment, so a failed build stops
+# the recipe instead of exporting an empty path.
+TEST_TOOLS := jaeger otelcol helm etcd kube-apiserver kube-controller-manager
+
+test: models ## run every test: unit, handler, the services with the real models, Jaeger, the collector and a real apiserver
+	ORT_DYLIB_PATH="$$(hack/onnxruntime.sh)"; export ORT_DYLIB_PATH; \
+	for tool in $(TEST_TOOLS); do \
+	  path="$$(hack/tools.sh "$$tool")"; \
+	  export "$$(echo "$$tool" | tr a-z- A-Z_)_BIN=$$path"; \
+	done; \
 	$(CARGO) build --workspace --bins --locked; \
 	$(CARGO) test --workspace --locked
 
@@ -41,6 +51,12 @@ lint-helm: ## helm lint --strict the operator chart (default values, tracing on,
 	"$$helm" lint --strict $(CHART); \
 	"$$helm" lint --strict $(CHART) --set tracing.enabled=true; \
 	"$$helm" lint --strict $(CHART) -f $(CHART)/ci-values.yaml
+
+KUBECONFORM_SCHEMAS := $(shell mktemp -u -d /tmp/tracedpipeline-schemas.XXXXXX)
+KUBECONFORM = "$$(hack/tools.sh kubeconform)" -strict -summary -schema-location '$(KUBECONFORM_SCHEMAS)/{{ .ResourceKind }}{{ .KindSuffix }}.json'
+
+validate-manifests: ## kubeconform --strict on everything rendered: chart, install.yaml, samples, golden renders
+	@trap 'rm -rf $(KUBECONFORM_SCHEMAS)' EXIT; 	k8s="$$(cd hack/tools/kubernetes && GOFLAGS= GOWORK=off go mod download -json k8s.io/kubernetes | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$$/\1/p')"; 	hack/kubeconform-schemas.py $(KUBECONFORM_SCHEMAS) "$$k8s/api/openapi-spec/swagger.json" $(CRD_FILE); 	helm="$$(hack/tools.sh helm)"; 	for values in "" "--set tracing.enabled=true" "-f $(CHART)/ci-values.yaml"; do 	  echo "helm template $(CHART) $$values" >&2; 	  "$$helm" template tracedpipeline-operator $(CHART) --namespace $(INSTALL_NAMESPACE) $$values | $(KUBECONFORM) -; 	done; 	$(KUBECONFORM) $(INSTALL_FILE) manifests/samples/ operator/tests/golden/; 	echo "negative control: a misspelt field must fail" >&2; 	if sed 's/^  tracing:/  tracin:/' manifests/samples/collector.yaml | $(KUBECONFORM) - >/dev/null; then 	  echo "kubeconform accepted an unknown field: the schemas are not strict" >&2; exit 1; 	fi
 
 generate: ## regenerate the CRD YAML, the golden render files and manifests/install.yaml
 	$(CARGO) run -q --locked -p tracedpipeline-operator -- crd > $(CRD_FILE)
