@@ -27,7 +27,8 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Condition types written to `status.conditions`.
 pub mod condition {
-    /// Every workload is available with the desired wiring and no switch is in progress.
+    /// Every pipeline service has its replicas ready on the wiring it runs now (so `Ready`
+    /// stays true through a make-before-break switch; `Progressing` tells the switch step).
     pub const READY: &str = "Ready";
     /// Something is changing: a rollout or a tracing-mode switch (the reason says which step).
     pub const PROGRESSING: &str = "Progressing";
@@ -489,19 +490,52 @@ impl Aggregation {
     }
 }
 
+/// A network the inference service can load (`MODEL` of the inference image).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// MobileNetV2 (ImageNet-1k, torchvision weights).
+    Mobilenetv2,
+    /// EfficientNet-B0 (ImageNet-1k, timm weights).
+    Efficientnetb0,
+}
+
+impl ModelKind {
+    /// The value of the inference service's `MODEL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mobilenetv2 => "mobilenetv2",
+            Self::Efficientnetb0 => "efficientnetb0",
+        }
+    }
+
+    /// The kind a slot named after a stock model serves.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "mobilenetv2" => Some(Self::Mobilenetv2),
+            "efficientnetb0" => Some(Self::Efficientnetb0),
+            _ => None,
+        }
+    }
+}
+
 /// One model served by the inference service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.model) || self.name in ['mobilenetv2', 'efficientnetb0']").message("model is required when name is not mobilenetv2 or efficientnetb0 (the networks the inference service can load)"))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// Model slot (DNS label): names the Deployment `inference-<name>`, the Service
-    /// `<name>-service`, and is passed as `MODEL`. The stock inference image serves
-    /// `mobilenetv2` and `efficientnetb0`.
+    /// `<name>-service`, the ensemble's answer for it and the spans' service name.
     #[schemars(
         length(min = 1, max = 53),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     #[x_kube(validation = Rule::new("!(self in ['preprocessing', 'ensemble'])").message("a model may not be named preprocessing or ensemble: its Service would collide"))]
     pub name: String,
+    /// The network this slot serves; defaults to `name` when that is `mobilenetv2` or
+    /// `efficientnetb0`. Two slots may serve the same network (e.g. to compare placements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelKind>,
     /// Container image.
     #[serde(default = "default_inference_image")]
     #[schemars(length(min = 1))]
@@ -524,11 +558,18 @@ impl ModelSpec {
     pub fn named(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            model: None,
             image: default_inference_image(),
             replicas: 1,
             resources: None,
             cpu_threads: None,
         }
+    }
+
+    /// The network to load: `model`, else the stock model the slot is named after. `None` only
+    /// for an object the apiserver would have rejected (see the CEL rule on this type).
+    pub fn served_model(&self) -> Option<ModelKind> {
+        self.model.or_else(|| ModelKind::from_name(&self.name))
     }
 }
 
@@ -585,7 +626,7 @@ fn default_sampling_ratio() -> f64 {
     1.0
 }
 fn default_jaeger_image() -> String {
-    "jaegertracing/jaeger:2.9.0".to_owned()
+    "jaegertracing/jaeger:2.13.0".to_owned()
 }
 fn default_max_traces() -> i64 {
     50_000
@@ -594,7 +635,7 @@ fn default_jaeger_node_port() -> i32 {
     30686
 }
 fn default_collector_image() -> String {
-    "otel/opentelemetry-collector-contrib:0.133.0".to_owned()
+    "otel/opentelemetry-collector-contrib:0.139.0".to_owned()
 }
 fn default_one() -> i32 {
     1

@@ -116,7 +116,7 @@ fn schema_has_defaults() {
     assert_eq!(node(&s, "tracing.samplingRatio")["default"], 1.0);
     assert_eq!(
         node(&s, "tracing.jaeger.image")["default"],
-        "jaegertracing/jaeger:2.9.0"
+        "jaegertracing/jaeger:2.13.0"
     );
     assert_eq!(node(&s, "tracing.jaeger.maxTraces")["default"], 50000);
     assert_eq!(node(&s, "tracing.jaeger.ui.nodePort")["default"], 30686);
@@ -126,7 +126,7 @@ fn schema_has_defaults() {
     );
     assert_eq!(
         node(&s, "tracing.collector.image")["default"],
-        "otel/opentelemetry-collector-contrib:0.133.0"
+        "otel/opentelemetry-collector-contrib:0.139.0"
     );
     assert_eq!(
         node(&s, "tracing.collector.memoryLimiter.limitMiB")["default"],
@@ -320,6 +320,44 @@ fn models_must_be_unique_and_present() {
         &with("services.models", json!([{"name": "ensemble"}])),
         "collide",
     );
+}
+
+#[test]
+fn a_model_slot_must_name_a_network_the_service_can_load() {
+    assert_rejected(
+        &with("services.models", json!([{"name": "resnet50"}])),
+        "model is required",
+    );
+    assert_rejected(
+        &with(
+            "services.models",
+            json!([{"name": "fast", "model": "resnet50"}]),
+        ),
+        "resnet50",
+    );
+    let slots = json!([
+        {"name": "mobilenet-edge", "model": "mobilenetv2"},
+        {"name": "mobilenet-cloud", "model": "mobilenetv2"},
+        {"name": "efficientnetb0"},
+    ]);
+    assert_eq!(
+        messages(&with("services.models", slots)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn served_model_defaults_to_the_slot_name() {
+    assert_eq!(
+        ModelSpec::named("efficientnetb0").served_model(),
+        Some(ModelKind::Efficientnetb0)
+    );
+    let slot = ModelSpec {
+        model: Some(ModelKind::Mobilenetv2),
+        ..ModelSpec::named("edge")
+    };
+    assert_eq!(slot.served_model(), Some(ModelKind::Mobilenetv2));
+    assert_eq!(ModelSpec::named("resnet50").served_model(), None);
 }
 
 #[test]

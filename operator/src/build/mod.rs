@@ -35,6 +35,10 @@ use crate::{
 pub enum BuildError {
     #[error("the TracedPipeline has no metadata.{0} (needed for owner references)")]
     MissingMetadata(&'static str),
+    #[error(
+        "model slot {0:?} names no network the inference service can load: set its model to mobilenetv2 or efficientnetb0"
+    )]
+    UnknownModel(String),
     #[error("failed to render the {which} configuration")]
     Config {
         which: &'static str,
@@ -113,7 +117,7 @@ pub fn desired(tp: &TracedPipeline, step: &Step) -> Result<DesiredObjects, Build
     Ok(DesiredObjects {
         jaeger: jaeger::build(&ctx)?,
         collector,
-        pipeline: pipeline::build(&ctx, &wiring),
+        pipeline: pipeline::build(&ctx, &wiring)?,
     })
 }
 

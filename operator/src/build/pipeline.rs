@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::{
-    Workload,
+    BuildError, Workload,
     common::{self, Context, DeploymentParts, WIRING_HASH_ANNOTATION, WIRING_LABEL},
     wiring::Wiring,
 };
@@ -79,7 +79,7 @@ pub(crate) fn ensemble_models(models: &[ModelSpec]) -> String {
         .join(",")
 }
 
-pub(crate) fn build(ctx: &Context<'_>, wiring: &Wiring) -> Vec<Workload> {
+pub(crate) fn build(ctx: &Context<'_>, wiring: &Wiring) -> Result<Vec<Workload>, BuildError> {
     let services = &ctx.tp.spec.services;
     let pre = &services.preprocessing;
     let ens = &services.ensemble;
@@ -127,6 +127,9 @@ pub(crate) fn build(ctx: &Context<'_>, wiring: &Wiring) -> Vec<Workload> {
         },
     ));
     for model in &services.models {
+        let served = model
+            .served_model()
+            .ok_or_else(|| BuildError::UnknownModel(model.name.clone()))?;
         out.push(workload(
             ctx,
             wiring,
@@ -142,7 +145,7 @@ pub(crate) fn build(ctx: &Context<'_>, wiring: &Wiring) -> Vec<Workload> {
                     .clone()
                     .unwrap_or_else(|| common::resources(("500m", "256Mi"), ("2", "512Mi"))),
                 env: vec![
-                    env("MODEL", &model.name),
+                    env("MODEL", served.as_str()),
                     env("MODELS_DIR", MODELS_DIR),
                     env("ORT_DYLIB_PATH", ORT_DYLIB_PATH),
                     // 0 lets the service size its pool to the container's CPU limit.
@@ -155,7 +158,7 @@ pub(crate) fn build(ctx: &Context<'_>, wiring: &Wiring) -> Vec<Workload> {
             },
         ));
     }
-    out
+    Ok(out)
 }
 
 /// What differs between the pipeline services.

@@ -628,3 +628,28 @@ fn selectors_match_pod_labels() {
         );
     }
 }
+
+#[test]
+fn a_slot_passes_the_network_it_serves_as_model() {
+    let mut spec = TracedPipelineSpec::default();
+    spec.services.models = vec![ModelSpec {
+        model: Some(crate::api::ModelKind::Efficientnetb0),
+        ..ModelSpec::named("edge-a")
+    }];
+    let d = build(spec);
+    let m = env(deployment(&d, "inference-edge-a"));
+    assert_eq!(m["MODEL"], "efficientnetb0");
+    assert_eq!(m["OTEL_SERVICE_NAME"], "inference-edge-a");
+}
+
+#[test]
+fn a_slot_without_a_loadable_network_is_a_build_error() {
+    let mut spec = TracedPipelineSpec::default();
+    spec.services.models = vec![ModelSpec::named("resnet50")];
+    let tp = tp(spec);
+    let err = desired(&tp, &Step::settled(TracingMode::Direct)).err();
+    assert!(
+        matches!(&err, Some(BuildError::UnknownModel(name)) if name == "resnet50"),
+        "{err:?}"
+    );
+}
