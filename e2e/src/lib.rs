@@ -1,9 +1,11 @@
 //! Harness for tests that run the TracedPipeline services as real processes on loopback, wired
 //! by environment exactly as the operator wires pods, with an in-test OTLP receiver (HTTP and
 //! gRPC) standing in for the tracing backend, or the real Jaeger and OpenTelemetry Collector
-//! configured as the operator renders them.
+//! configured as the operator renders them; and a real Kubernetes control plane for the
+//! operator.
 
 pub mod backends;
+pub mod control_plane;
 pub mod otlp;
 pub mod process;
 
