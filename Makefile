@@ -35,7 +35,7 @@ test: models ## run every test: unit, handler, the services with the real models
 	  export "$$(echo "$$tool" | tr a-z- A-Z_)_BIN=$$path"; \
 	done; \
 	$(CARGO) build --workspace --bins --locked; \
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked --no-fail-fast
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check

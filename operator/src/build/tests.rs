@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::{
-    api::{ModelSpec, OtlpProtocol, TracedPipelineSpec, TracingMode},
+    api::{ModelKind, ModelSpec, OtlpProtocol, TracedPipelineSpec, TracingMode},
     switch::Phase,
 };
 
@@ -495,8 +495,9 @@ fn pipeline_services_ports_and_exposure() {
 fn probes_ports_and_resources() {
     let mut spec = TracedPipelineSpec::default();
     spec.services.models.push(ModelSpec {
+        model: Some(ModelKind::Mobilenetv2),
         resources: Some(common::resources(("1", "1Gi"), ("4", "2Gi"))),
-        ..ModelSpec::named("resnet")
+        ..ModelSpec::named("mobilenet-big")
     });
     let d = build(spec);
     let quantities = |name: &str| {
@@ -526,7 +527,10 @@ fn probes_ports_and_resources() {
         quantities("inference-mobilenetv2"),
         ["500m", "256Mi", "2", "512Mi"]
     );
-    assert_eq!(quantities("inference-resnet"), ["1", "1Gi", "4", "2Gi"]);
+    assert_eq!(
+        quantities("inference-mobilenet-big"),
+        ["1", "1Gi", "4", "2Gi"]
+    );
 
     for w in &d.pipeline {
         let c = container(&w.deployment);
@@ -633,7 +637,7 @@ fn selectors_match_pod_labels() {
 fn a_slot_passes_the_network_it_serves_as_model() {
     let mut spec = TracedPipelineSpec::default();
     spec.services.models = vec![ModelSpec {
-        model: Some(crate::api::ModelKind::Efficientnetb0),
+        model: Some(ModelKind::Efficientnetb0),
         ..ModelSpec::named("edge-a")
     }];
     let d = build(spec);
