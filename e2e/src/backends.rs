@@ -238,10 +238,15 @@ impl Backend {
         }
     }
 
-    /// Jaeger's query API (the `ui` port).
+    /// Base URL of Jaeger's query API (the `ui` port).
+    pub fn query_base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port("ui"))
+    }
+
+    /// Jaeger's query API.
     pub fn query(&self) -> JaegerQuery {
         JaegerQuery {
-            base: format!("http://127.0.0.1:{}", self.port("ui")),
+            base: self.query_base_url(),
             client: reqwest::Client::new(),
         }
     }

@@ -11,8 +11,9 @@ use pipeline_common::api::ClassifyResponse;
 use tp_e2e::backends::{Backend, JaegerQuery, JaegerSpan, render, service_wiring};
 use tp_e2e::images_dir;
 use tp_e2e::process::Pipeline;
+use tracedpipeline_operator::api::{TracedPipeline, TracingMode};
 use tracedpipeline_operator::build::{COLLECTOR_NAME, COLLECTOR_PATH_ATTRIBUTE};
-use tracedpipeline_operator::traces::expected_services;
+use tracedpipeline_operator::traces::{JaegerChecker, TracesVerdict, expected_services};
 
 /// A few photos with the class the ensemble must answer (../shared/models/README.md).
 const PHOTOS: &[(&str, &str)] = &[
@@ -37,6 +38,7 @@ const ARRIVAL: Duration = Duration::from_secs(20);
 
 /// The backends and services of one test, wired as the operator wires them.
 struct Setup {
+    tp: TracedPipeline,
     jaeger: Backend,
     collector: Option<Backend>,
     pipeline: Pipeline,
@@ -61,6 +63,7 @@ async fn setup(mode: &str, protocol: &str) -> Setup {
     let pipeline = Pipeline::start_with_env(&tracing, &[], &env).await;
     let query = jaeger.query();
     Setup {
+        tp,
         via_collector: collector.is_some(),
         jaeger,
         collector,
@@ -209,9 +212,36 @@ fn assert_trace(spans: &[JaegerSpan], trace_id: &str, client_span: &str, via_col
     }
 }
 
-/// Every request is one complete trace in Jaeger, and Jaeger holds no other trace.
+impl Setup {
+    /// The operator's `TracesFlowing` check, pointed at this Jaeger, as if the pipeline were
+    /// wired for `wiring`.
+    async fn traces_verdict(&self, wiring: TracingMode) -> TracesVerdict {
+        let checker = JaegerChecker::new(
+            Some(self.jaeger.query_base_url()),
+            Duration::from_secs(300),
+            Duration::from_secs(10),
+        )
+        .expect("HTTP client");
+        checker
+            .check("ignored", &expected_services(&self.tp), wiring)
+            .await
+    }
+}
+
+/// Every request is one complete trace in Jaeger, and Jaeger holds no other trace; the
+/// operator's `TracesFlowing` check reads the same truth from Jaeger's API.
 async fn traces_reach_jaeger(mode: &str, protocol: &str) {
     let setup = setup(mode, protocol).await;
+    let wiring = setup.tp.spec.tracing.mode;
+    let all_missing = TracesVerdict::Missing {
+        missing: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+        not_via_collector: Vec::new(),
+    };
+    assert_eq!(
+        setup.traces_verdict(wiring).await,
+        all_missing,
+        "before any request"
+    );
     let from = Timestamp::now() - SignedDuration::from_secs(1);
     let mut sent = Vec::new();
     for (photo, class) in PHOTOS {
@@ -260,6 +290,26 @@ async fn traces_reach_jaeger(mode: &str, protocol: &str) {
                 setup.via_collector,
             );
         }
+    }
+
+    assert_eq!(
+        setup.traces_verdict(wiring).await,
+        TracesVerdict::Flowing {
+            services: SERVICES.len(),
+            via_collector: setup.via_collector,
+        },
+        "the operator's check after the requests"
+    );
+    if !setup.via_collector {
+        // Spans that bypassed the collector do not count for a pipeline wired to it.
+        assert_eq!(
+            setup.traces_verdict(TracingMode::Collector).await,
+            TracesVerdict::Missing {
+                missing: Vec::new(),
+                not_via_collector: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            "direct spans checked as if the pipeline were wired to the collector"
+        );
     }
 }
 
