@@ -90,8 +90,10 @@ run-local: models ## run the four services as local processes, wired like the op
 	$(CARGO) build --workspace --bins --release --locked; \
 	hack/run-local.sh
 
-bench: models ## measure latency and throughput (see BENCHMARKS.md)
+bench: models ## measure latency and throughput, tracing off and to the real Jaeger/collector (see BENCHMARKS.md)
 	export ORT_DYLIB_PATH="$$(hack/onnxruntime.sh)"; \
+	jaeger="$$(hack/tools.sh jaeger)"; otelcol="$$(hack/tools.sh otelcol)"; \
+	export JAEGER_BIN="$$jaeger" OTELCOL_BIN="$$otelcol"; \
 	$(CARGO) build --workspace --bins --release --locked; \
 	hack/bench.sh
 

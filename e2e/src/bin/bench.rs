@@ -1,13 +1,15 @@
 //! Measures the numbers recorded in BENCHMARKS.md: per-model ONNX time, per-service latency,
-//! whole-pipeline latency at low load, throughput at saturation with tracing on and off.
-//! Run with `make bench` (release binaries, real models).
+//! whole-pipeline latency at low load, throughput at saturation with tracing off, to an
+//! in-process receiver, to the real Jaeger v2 and through the real collector to Jaeger.
+//! Run with `make bench` (release binaries, real models, `JAEGER_BIN` and `OTELCOL_BIN`).
 
 use std::time::{Duration, Instant};
 
 use pipeline_common::api::{ClassifyResponse, EnsembleResponse, IMAGE_BYTES, InferenceResponse};
+use tp_e2e::backends::{Backend, render, service_wiring};
 use tp_e2e::images_dir;
 use tp_e2e::otlp::OtlpReceiver;
-use tp_e2e::process::{Pipeline, Tracing, binary};
+use tp_e2e::process::{Pipeline, ServiceEnv, Tracing, binary};
 
 const SAMPLES: usize = 60;
 const WARM_UP: usize = 5;
@@ -117,36 +119,148 @@ async fn main() -> anyhow::Result<()> {
     drop(pipeline);
 
     println!("## Throughput at saturation (loadgen --concurrency 4, 20 s, 6 photos)\n");
-    println!("| tracing | run | ok | throughput req/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
-    let mut on = Vec::new();
-    let mut off = Vec::new();
+    println!(
+        "| tracing | run | ok | throughput req/s | p50 ms | p99 ms | spans exported | spans dropped |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut throughput: Vec<(&str, Vec<f64>)> = Vec::new();
     for run in 1..=2 {
-        for (label, tracing) in [("off", Tracing::disabled()), ("on", traced.clone())] {
-            let pipeline = Pipeline::start(&tracing, &[]).await;
+        for sink in [
+            Sink::Off,
+            Sink::Receiver,
+            Sink::Jaeger,
+            Sink::CollectorToJaeger,
+        ] {
+            // The backends live as long as the pipeline that exports to them.
+            let (pipeline, _backends) = match sink {
+                Sink::Off => (Pipeline::start(&Tracing::disabled(), &[]).await, Vec::new()),
+                Sink::Receiver => (Pipeline::start(&traced, &[]).await, Vec::new()),
+                Sink::Jaeger => real_backends("direct").await,
+                Sink::CollectorToJaeger => real_backends("collector").await,
+            };
             let summary = saturate(&pipeline.preprocessing.url("/preprocessing")).await?;
+            let (exported, dropped) = settled_span_counts(&client, &pipeline).await?;
             let rps = summary["throughput_rps"].as_f64().unwrap_or(0.0);
             println!(
-                "| {label} | {run} | {} | {rps:.1} | {:.1} | {:.1} |",
+                "| {} | {run} | {} | {rps:.1} | {:.1} | {:.1} | {exported} | {dropped} |",
+                sink.label(),
                 summary["ok"],
                 summary["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
                 summary["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
             );
-            if label == "on" {
-                on.push(rps)
-            } else {
-                off.push(rps)
+            match throughput
+                .iter_mut()
+                .find(|(label, _)| *label == sink.label())
+            {
+                Some((_, runs)) => runs.push(rps),
+                None => throughput.push((sink.label(), vec![rps])),
             }
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    println!(
-        "\nTracing cost: {:.1} % of throughput (mean of {} runs each; spans exported over OTLP/HTTP, {} received)",
-        (1.0 - mean(&on) / mean(&off)) * 100.0,
-        on.len(),
-        receiver.store.spans().len()
-    );
+    let off = mean(&throughput[0].1);
+    println!();
+    for (label, runs) in &throughput[1..] {
+        println!(
+            "Tracing cost, {label}: {:.1} % of throughput (mean of {} runs, {:.1} vs {off:.1} req/s)",
+            (1.0 - mean(runs) / off) * 100.0,
+            runs.len(),
+            mean(runs)
+        );
+    }
     Ok(())
+}
+
+/// Where the services' spans go in a saturation run.
+#[derive(Clone, Copy, Debug)]
+enum Sink {
+    /// `OTEL_SDK_DISABLED=true`.
+    Off,
+    /// An in-process OTLP/HTTP receiver that only stores spans.
+    Receiver,
+    /// The real Jaeger v2, wired as the operator wires `direct` mode.
+    Jaeger,
+    /// The real collector in front of the real Jaeger, as in `collector` mode.
+    CollectorToJaeger,
+}
+
+impl Sink {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Receiver => "in-process receiver (OTLP/HTTP)",
+            Self::Jaeger => "Jaeger v2 direct (OTLP/gRPC)",
+            Self::CollectorToJaeger => "collector → Jaeger v2 (OTLP/gRPC)",
+        }
+    }
+}
+
+/// The real Jaeger (and collector) configured as the operator renders them for `mode`, and the
+/// pipeline wired to them as the operator wires its pods.
+async fn real_backends(mode: &str) -> (Pipeline, Vec<Backend>) {
+    let (_, objects) = render(mode, "grpc");
+    let jaeger = Backend::jaeger(&objects).await;
+    let collector = match objects.collector {
+        Some(_) => Some(Backend::collector(&objects, &jaeger).await),
+        None => None,
+    };
+    let (tracing, env): (Tracing, ServiceEnv) =
+        service_wiring(&objects, collector.as_ref().unwrap_or(&jaeger));
+    let pipeline = Pipeline::start_with_env(&tracing, &[], &env).await;
+    (pipeline, std::iter::once(jaeger).chain(collector).collect())
+}
+
+/// [`span_counts`] once the batch exporters have sent what they held (two equal readings a
+/// second apart, for at most 15 s).
+async fn settled_span_counts(
+    client: &reqwest::Client,
+    pipeline: &Pipeline,
+) -> anyhow::Result<(u64, u64)> {
+    let mut last = span_counts(client, pipeline).await?;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = span_counts(client, pipeline).await?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// Spans exported and dropped by all four services, from their own `/metrics`.
+async fn span_counts(client: &reqwest::Client, pipeline: &Pipeline) -> anyhow::Result<(u64, u64)> {
+    let services = [
+        Some(&pipeline.preprocessing),
+        Some(&pipeline.ensemble),
+        pipeline.mobilenetv2.as_ref(),
+        pipeline.efficientnetb0.as_ref(),
+    ];
+    let (mut exported, mut dropped) = (0, 0);
+    for service in services.into_iter().flatten() {
+        let text = client
+            .get(service.url("/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        exported += counter(&text, "tracedpipeline_otel_spans_exported_total");
+        dropped += counter(&text, "tracedpipeline_otel_spans_dropped_total");
+    }
+    Ok((exported, dropped))
+}
+
+/// Sum of a Prometheus counter's samples (every label set) in a text exposition.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }
 
 /// Posts a prepared image as the services exchange it and decodes the JSON answer.
