@@ -20,7 +20,7 @@ use tracedpipeline_operator::api::TracedPipeline;
 use tracedpipeline_operator::build::{self, DesiredObjects, Workload};
 use tracedpipeline_operator::{render, switch::Step};
 
-use crate::process::{ServiceEnv, Tracing, free_port};
+use crate::process::{Pipeline, ServiceEnv, Tracing, free_port};
 use crate::required_env;
 
 /// The TracedPipeline the operator would be given: `mode` is `direct` or `collector`,
@@ -36,6 +36,31 @@ pub fn render(mode: &str, protocol: &str) -> (TracedPipeline, DesiredObjects) {
     let objects = build::desired(&tp, &Step::settled(tp.spec.tracing.mode))
         .unwrap_or_else(|e| panic!("the operator cannot build the desired objects: {e:#}"));
     (tp, objects)
+}
+
+/// The real backends of a rendered pipeline and the services exporting to them.
+pub struct TracedPipelineRun {
+    pub jaeger: Backend,
+    /// Only in collector mode.
+    pub collector: Option<Backend>,
+    pub pipeline: Pipeline,
+}
+
+/// Starts Jaeger (and, when `objects` has one, the collector in front of it) as the operator
+/// renders them, then the four services wired to them as the operator wires its pods.
+pub async fn start_traced_pipeline(objects: &DesiredObjects) -> TracedPipelineRun {
+    let jaeger = Backend::jaeger(objects).await;
+    let collector = match &objects.collector {
+        Some(_) => Some(Backend::collector(objects, &jaeger).await),
+        None => None,
+    };
+    let (tracing, env) = service_wiring(objects, collector.as_ref().unwrap_or(&jaeger));
+    let pipeline = Pipeline::start_with_env(&tracing, &[], &env).await;
+    TracedPipelineRun {
+        jaeger,
+        collector,
+        pipeline,
+    }
 }
 
 /// A backend process (Jaeger or the collector) started from its rendered Workload; killed on

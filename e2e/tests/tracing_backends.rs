@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use pipeline_common::api::ClassifyResponse;
-use tp_e2e::backends::{Backend, JaegerQuery, JaegerSpan, render, service_wiring};
+use tp_e2e::backends::{
+    Backend, JaegerQuery, JaegerSpan, TracedPipelineRun, render, start_traced_pipeline,
+};
 use tp_e2e::images_dir;
 use tp_e2e::process::Pipeline;
 use tracedpipeline_operator::api::{TracedPipeline, TracingMode};
@@ -29,6 +31,10 @@ const SERVICES: [&str; 4] = [
     "inference-mobilenetv2",
     "inference-efficientnetb0",
 ];
+
+fn service_names() -> Vec<String> {
+    SERVICES.iter().map(|s| (*s).to_owned()).collect()
+}
 
 const KIND_SERVER: i64 = 2;
 const KIND_CLIENT: i64 = 3;
@@ -51,16 +57,14 @@ async fn setup(mode: &str, protocol: &str) -> Setup {
     let expected: BTreeSet<String> = expected_services(&tp).into_iter().collect();
     assert_eq!(
         expected,
-        SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+        service_names().into_iter().collect(),
         "the operator's TracesFlowing check looks for the services' real names"
     );
-    let jaeger = Backend::jaeger(&objects).await;
-    let collector = match &objects.collector {
-        Some(_) => Some(Backend::collector(&objects, &jaeger).await),
-        None => None,
-    };
-    let (tracing, env) = service_wiring(&objects, collector.as_ref().unwrap_or(&jaeger));
-    let pipeline = Pipeline::start_with_env(&tracing, &[], &env).await;
+    let TracedPipelineRun {
+        jaeger,
+        collector,
+        pipeline,
+    } = start_traced_pipeline(&objects).await;
     let query = jaeger.query();
     Setup {
         tp,
@@ -234,7 +238,7 @@ async fn traces_reach_jaeger(mode: &str, protocol: &str) {
     let setup = setup(mode, protocol).await;
     let wiring = setup.tp.spec.tracing.mode;
     let all_missing = TracesVerdict::Missing {
-        missing: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+        missing: service_names(),
         not_via_collector: Vec::new(),
     };
     assert_eq!(
@@ -262,7 +266,7 @@ async fn traces_reach_jaeger(mode: &str, protocol: &str) {
         .collect();
     assert_eq!(
         services,
-        SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+        service_names().into_iter().collect(),
         "services known to Jaeger"
     );
     let expected: BTreeSet<&str> = sent.iter().map(|(t, _)| t.as_str()).collect();
@@ -306,7 +310,7 @@ async fn traces_reach_jaeger(mode: &str, protocol: &str) {
             setup.traces_verdict(TracingMode::Collector).await,
             TracesVerdict::Missing {
                 missing: Vec::new(),
-                not_via_collector: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+                not_via_collector: service_names(),
             },
             "direct spans checked as if the pipeline were wired to the collector"
         );

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use pipeline_common::api::{ClassifyResponse, EnsembleResponse, IMAGE_BYTES, InferenceResponse};
-use tp_e2e::backends::{Backend, render, service_wiring};
+use tp_e2e::backends::{Backend, TracedPipelineRun, render, start_traced_pipeline};
 use tp_e2e::images_dir;
 use tp_e2e::otlp::OtlpReceiver;
-use tp_e2e::process::{Pipeline, ServiceEnv, Tracing, binary};
+use tp_e2e::process::{Pipeline, Tracing, binary};
 
 const SAMPLES: usize = 60;
 const WARM_UP: usize = 5;
@@ -123,15 +123,17 @@ async fn main() -> anyhow::Result<()> {
         "| tracing | run | ok | throughput req/s | p50 ms | p99 ms | spans exported | spans dropped |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let mut throughput: Vec<(&str, Vec<f64>)> = Vec::new();
+    let sinks = [
+        Sink::Off,
+        Sink::Receiver,
+        Sink::Jaeger,
+        Sink::CollectorToJaeger,
+    ];
+    // Requests per second of each run, per sink (in the order of `sinks`).
+    let mut throughput = vec![Vec::new(); sinks.len()];
     for run in 1..=2 {
-        for sink in [
-            Sink::Off,
-            Sink::Receiver,
-            Sink::Jaeger,
-            Sink::CollectorToJaeger,
-        ] {
-            // The backends live as long as the pipeline that exports to them.
+        for (sink, runs) in sinks.iter().zip(&mut throughput) {
+            // The backends (if any) live as long as the pipeline that exports to them.
             let (pipeline, _backends) = match sink {
                 Sink::Off => (Pipeline::start(&Tracing::disabled(), &[]).await, Vec::new()),
                 Sink::Receiver => (Pipeline::start(&traced, &[]).await, Vec::new()),
@@ -148,21 +150,16 @@ async fn main() -> anyhow::Result<()> {
                 summary["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
                 summary["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
             );
-            match throughput
-                .iter_mut()
-                .find(|(label, _)| *label == sink.label())
-            {
-                Some((_, runs)) => runs.push(rps),
-                None => throughput.push((sink.label(), vec![rps])),
-            }
+            runs.push(rps);
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let off = mean(&throughput[0].1);
+    let off = mean(&throughput[0]);
     println!();
-    for (label, runs) in &throughput[1..] {
+    for (sink, runs) in sinks.iter().zip(&throughput).skip(1) {
         println!(
-            "Tracing cost, {label}: {:.1} % of throughput (mean of {} runs, {:.1} vs {off:.1} req/s)",
+            "Tracing cost, {}: {:.1} % of throughput (mean of {} runs, {:.1} vs {off:.1} req/s)",
+            sink.label(),
             (1.0 - mean(runs) / off) * 100.0,
             runs.len(),
             mean(runs)
@@ -195,18 +192,15 @@ impl Sink {
     }
 }
 
-/// The real Jaeger (and collector) configured as the operator renders them for `mode`, and the
-/// pipeline wired to them as the operator wires its pods.
+/// The pipeline wired to the real backends of `mode`, and those backends (kept alive by the
+/// caller).
 async fn real_backends(mode: &str) -> (Pipeline, Vec<Backend>) {
     let (_, objects) = render(mode, "grpc");
-    let jaeger = Backend::jaeger(&objects).await;
-    let collector = match objects.collector {
-        Some(_) => Some(Backend::collector(&objects, &jaeger).await),
-        None => None,
-    };
-    let (tracing, env): (Tracing, ServiceEnv) =
-        service_wiring(&objects, collector.as_ref().unwrap_or(&jaeger));
-    let pipeline = Pipeline::start_with_env(&tracing, &[], &env).await;
+    let TracedPipelineRun {
+        jaeger,
+        collector,
+        pipeline,
+    } = start_traced_pipeline(&objects).await;
     (pipeline, std::iter::once(jaeger).chain(collector).collect())
 }
 
